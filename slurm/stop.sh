@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Stop the one-node Slurm cluster that slurm/start.sh started: cancel all jobs, then stop slurmd,
+# slurmctld, slurmdbd, mariadbd and munged, in that order. Only processes named in start.sh's pid
+# files are stopped. Safe to run again, and when nothing runs.
+#
+# Usage: slurm/stop.sh [--purge]
+#   --purge  also delete the state folder (accounting database, job state, logs) and the config
+#            files that start.sh generated in /etc/slurm, so that the next start.sh begins afresh.
+set -euo pipefail
+
+SCRIPT_NAME=slurm/stop.sh
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=slurm/common.sh
+source "$SCRIPT_DIR/common.sh"
+
+# Seconds to wait for cancelled jobs to end. Slurm sends SIGTERM, then SIGKILL after KillWait
+# (30 s by default), so this covers a job that ignores SIGTERM.
+JOB_END_TIMEOUT=60
+# Seconds to wait for a daemon to exit after SIGTERM before sending SIGKILL.
+DAEMON_STOP_TIMEOUT=30
+
+purge=0
+
+parse_arguments() {
+  while (($#)); do
+    case $1 in
+      --purge) purge=1 ;;
+      -h | --help)
+        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+      *) die "unknown argument '$1'; usage: $0 [--purge]" ;;
+    esac
+    shift
+  done
+}
+
+no_jobs_left() {
+  [[ -z $(squeue --noheader --format=%A) ]]
+}
+
+# Stopping slurmd or munged under running jobs leaves their job steps waiting forever, so cancel
+# every job first and wait until slurmctld reports them gone.
+cancel_jobs() {
+  local job_ids
+  if ! running_pid slurmctld >/dev/null || ! running_pid slurmd >/dev/null; then
+    return 0
+  fi
+  job_ids=$(squeue --noheader --format=%A | tr '\n' ' ') || {
+    log "warning: squeue failed, so no jobs were cancelled"
+    return 0
+  }
+  if [[ -z ${job_ids// /} ]]; then
+    return 0
+  fi
+  log "cancelling jobs: $job_ids"
+  # shellcheck disable=SC2086  # word splitting of the job id list is intended
+  scancel $job_ids || log "warning: scancel $job_ids failed"
+  if ! wait_until "$JOB_END_TIMEOUT" no_jobs_left; then
+    log "warning: jobs still listed by squeue after $JOB_END_TIMEOUT s: $(squeue --noheader --format=%A | tr '\n' ' ')"
+  fi
+}
+
+process_exists() {
+  kill -0 "$1" 2>/dev/null
+}
+
+# Send SIGTERM to a daemon that start.sh started, wait for it to exit, and use SIGKILL after
+# DAEMON_STOP_TIMEOUT seconds.
+stop_daemon() {
+  local name=$1 pid
+  if ! pid=$(running_pid "$name"); then
+    log "$name not running"
+    rm -f "$(pid_file_of "$name")"
+    return 0
+  fi
+  log "stopping $name (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  if ! wait_until "$DAEMON_STOP_TIMEOUT" bash -c "! kill -0 $pid"; then
+    log "warning: $name (pid $pid) still running $DAEMON_STOP_TIMEOUT s after SIGTERM; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_until 10 bash -c "! kill -0 $pid" || log "warning: $name (pid $pid) survived SIGKILL"
+  fi
+  rm -f "$(pid_file_of "$name")"
+}
+
+# slurmd starts one slurmstepd per job step, and a step outlives slurmd. They have no pid file, so
+# report any that are left instead of guessing which ones to kill.
+report_leftover_steps() {
+  local pids
+  pids=$(pgrep -x slurmstepd | tr '\n' ' ' || true)
+  if [[ -n $pids ]]; then
+    log "warning: slurmstepd processes still running: $pids; end them with: kill $pids"
+  fi
+}
+
+# Delete only files that start.sh generated, never a hand-written config.
+remove_generated_file() {
+  local path=$1
+  if [[ -e $path ]] && head -n 1 "$path" | grep -qF "$GENERATED_MARKER"; then
+    rm -f "$path"
+    log "removed $path"
+  fi
+}
+
+purge_state() {
+  remove_generated_file "$SLURM_CONF_DIR/slurm.conf"
+  remove_generated_file "$SLURM_CONF_DIR/slurmdbd.conf"
+  rm -rf "$STATE"
+  log "removed $STATE"
+}
+
+main() {
+  local start_time=$EPOCHREALTIME
+  parse_arguments "$@"
+  require_root
+  check_state_path
+  if [[ ! -d $STATE ]]; then
+    log "nothing to stop: $STATE does not exist"
+    ((purge)) && purge_state
+    return 0
+  fi
+  lock_state
+  cd /
+
+  cancel_jobs
+  stop_daemon slurmd
+  stop_daemon slurmctld
+  stop_daemon slurmdbd
+  stop_daemon mariadbd
+  stop_daemon munged
+  report_leftover_steps
+
+  if ((purge)); then
+    purge_state
+  fi
+  log "stopped in $(seconds_since "$start_time") s"
+}
+
+main "$@"
