@@ -4,6 +4,7 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium")
 
 with app.setup:
+    import math
     import time
     from dataclasses import dataclass
     from typing import Literal, Optional
@@ -130,6 +131,11 @@ def _(config, data, device):
                     eta = elapsed / step * (config.steps - step)
                     mean_train_loss = sum(train_losses) / len(train_losses)
                     train_losses = []
+                    if not math.isfinite(mean_train_loss):
+                        raise FloatingPointError(
+                            f"train loss is {mean_train_loss} at step {step}: training diverged; "
+                            f"try a lower lr (now {config.lr})"
+                        )
                     history.append(
                         {"step": step, "train_loss": mean_train_loss, "test_loss": test_loss,
                          "test_accuracy": test_accuracy}

@@ -162,8 +162,20 @@ def type_name(field_type):
     return str(field_type).replace("typing.", "")
 
 
-def field_comments(cls):
-    """Return {field name: trailing comment} read from the dataclass source."""
+def field_comments(cls, prefix=""):
+    """Return {dotted key: trailing comment} read from the source of `cls` and the
+    dataclasses nested in it."""
+    comments = {}
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[field.name]):
+            comments.update(field_comments(hints[field.name], f"{prefix}{field.name}."))
+    for name, comment in _trailing_comments(cls).items():
+        comments[f"{prefix}{name}"] = comment
+    return comments
+
+
+def _trailing_comments(cls):
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
@@ -184,7 +196,7 @@ def format_help(cls, prog):
     defaults = flatten(dataclasses.asdict(cls()))
     comments = field_comments(cls)
     rows = [
-        (key, type_name(field_type), repr(defaults[key]), comments.get(key.rsplit(".", 1)[-1], ""))
+        (key, type_name(field_type), repr(defaults[key]), comments.get(key, ""))
         for key, field_type in field_types(cls).items()
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
@@ -240,7 +252,7 @@ def config_form(config):
     elements = {}
     for key, field_type in field_types(cls).items():
         text = "null" if values[key] is None else str(values[key])
-        label = f"`{key}` {comments.get(key.rsplit('.', 1)[-1], '')}"
+        label = f"`{key}` {comments.get(key, '')}"
         choices = _choices(field_type)
         if choices:
             elements[key] = mo.ui.dropdown(choices, value=text, label=label)

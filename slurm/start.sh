@@ -190,8 +190,9 @@ start_mariadb() {
       || { show_log_tail "$STATE/log/mariadb-install-db.log"; die "mariadb-install-db failed"; }
   fi
   log "starting mariadbd on 127.0.0.1:$KIT_SLURM_DB_PORT"
-  # mariadbd stays in the foreground, so detach it into its own session.
-  launch_daemon setsid /usr/sbin/mariadbd --defaults-file="$MARIADB_CNF" --user=mysql </dev/null >>"$log_file" 2>&1 &
+  # mariadbd stays in the foreground, so detach it into its own session. The redirection 9>&- sits
+  # on the command itself because a backgrounded function would run in a subshell that keeps fd 9.
+  setsid /usr/sbin/mariadbd --defaults-file="$MARIADB_CNF" --user=mysql </dev/null >>"$log_file" 2>&1 9>&- &
   wait_until "$DAEMON_START_TIMEOUT" mariadb_sql --execute='SELECT 1' \
     || { show_log_tail "$log_file"; die "mariadbd did not answer on $MARIADB_SOCKET within $DAEMON_START_TIMEOUT s"; }
   started_any=1

@@ -13,9 +13,11 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=slurm/common.sh
 source "$SCRIPT_DIR/common.sh"
 
-# Seconds to wait for cancelled jobs to end. Slurm sends SIGTERM, then SIGKILL after KillWait
-# (30 s by default), so this covers a job that ignores SIGTERM.
-JOB_END_TIMEOUT=60
+# Seconds a cancelled job gets to exit after SIGTERM before stop.sh sends SIGKILL. Shorter than
+# Slurm's KillWait (30 s by default) so that a job that ignores SIGTERM delays teardown less.
+JOB_TERM_GRACE=10
+# Seconds to wait for jobs to leave squeue after SIGKILL.
+JOB_KILL_TIMEOUT=30
 # Seconds to wait for a daemon to exit after SIGTERM before sending SIGKILL.
 DAEMON_STOP_TIMEOUT=30
 
@@ -56,8 +58,15 @@ cancel_jobs() {
   log "cancelling jobs: $job_ids"
   # shellcheck disable=SC2086  # word splitting of the job id list is intended
   scancel $job_ids || log "warning: scancel $job_ids failed"
-  if ! wait_until "$JOB_END_TIMEOUT" no_jobs_left; then
-    log "warning: jobs still listed by squeue after $JOB_END_TIMEOUT s: $(squeue --noheader --format=%A | tr '\n' ' ')"
+  if wait_until "$JOB_TERM_GRACE" no_jobs_left; then
+    return 0
+  fi
+  job_ids=$(squeue --noheader --format=%A | tr '\n' ' ') || true
+  log "jobs still running $JOB_TERM_GRACE s after SIGTERM, sending SIGKILL: $job_ids"
+  # shellcheck disable=SC2086
+  scancel --signal=KILL --full $job_ids || log "warning: scancel --signal=KILL $job_ids failed"
+  if ! wait_until "$JOB_KILL_TIMEOUT" no_jobs_left; then
+    log "warning: jobs still listed by squeue $JOB_KILL_TIMEOUT s after SIGKILL: $(squeue --noheader --format=%A | tr '\n' ' ')"
   fi
 }
 
