@@ -90,21 +90,21 @@ def _split_token(token, types):
 def _parse_value(key, text, field_type):
     if text == "null" and _is_optional(field_type):
         return None
-    if _base_type(field_type) is str:
+    if base_type(field_type) is str:
         return text
     return OmegaConf.to_container(OmegaConf.from_dotlist([f"value={text}"]))["value"]
 
 
 def _type_message(key, tokens, field_type):
     text = next(t.split("=", 1)[1] for t in reversed(tokens) if t.split("=", 1)[0] == key)
-    choices = _choices(field_type)
+    choices = field_choices(field_type)
     if choices:
         message = f"invalid value for {key}: {text!r}; choose one of {', '.join(choices)}"
     else:
         message = f"invalid value for {key}: {text!r} is not of type {type_name(field_type)}"
-    if _base_type(field_type) is int and _is_whole_number(text):
+    if base_type(field_type) is int and _is_whole_number(text):
         message += f". Write it as an integer: {key}={int(float(text))}"
-    if "," in text and typing.get_origin(_base_type(field_type)) is not list:
+    if "," in text and typing.get_origin(base_type(field_type)) is not list:
         message += (
             ". Each run takes one value per key; to vary a value over several runs,"
             " define a sweep in exp_sweeps.py"
@@ -138,7 +138,7 @@ def _is_optional(field_type):
     return typing.get_origin(field_type) is typing.Union and type(None) in typing.get_args(field_type)
 
 
-def _base_type(field_type):
+def base_type(field_type):
     """Return the type inside Optional[...]; a Literal of strings counts as str."""
     if _is_optional(field_type):
         field_type = next(t for t in typing.get_args(field_type) if t is not type(None))
@@ -158,7 +158,7 @@ def type_name(field_type):
     if isinstance(field_type, type):
         return field_type.__name__
     if _is_literal(field_type):
-        return "|".join(_choices(field_type))
+        return "|".join(field_choices(field_type))
     return str(field_type).replace("typing.", "")
 
 
@@ -253,7 +253,7 @@ def config_form(config):
     for key, field_type in field_types(cls).items():
         text = "null" if values[key] is None else str(values[key])
         label = f"`{key}` {comments.get(key, '')}"
-        choices = _choices(field_type)
+        choices = field_choices(field_type)
         if choices:
             elements[key] = mo.ui.dropdown(choices, value=text, label=label)
         else:
@@ -279,7 +279,7 @@ def config_from_form(cls, value):
     return parse_overrides(cls, tokens)
 
 
-def _choices(field_type):
+def field_choices(field_type):
     if field_type is bool:
         return ["True", "False"]
     if _is_literal(field_type) and not _is_optional(field_type):

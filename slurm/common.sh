@@ -70,7 +70,16 @@ running_pid() {
   read -r pid <"$pid_file" || return 1
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$name" ]] || return 1
+  process_alive "$pid" || return 1
   echo "$pid"
+}
+
+# Succeed when a process exists and is not a zombie. A killed daemon stays a zombie until init
+# reaps it, which can take seconds in a container.
+process_alive() {
+  local state
+  state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z && $state != X ]]
 }
 
 # Wait until a command succeeds: wait_until SECONDS COMMAND [ARG...]. Polls every 0.2 s.
@@ -87,6 +96,11 @@ wait_until() {
 # Print the seconds elapsed since an earlier $EPOCHREALTIME, with one decimal.
 seconds_since() {
   awk -v start="$1" -v now="$EPOCHREALTIME" 'BEGIN { printf "%.1f", now - start }'
+}
+
+# Invert a command's exit status, for use with wait_until.
+not() {
+  ! "$@"
 }
 
 # Print the last lines of a log file to stderr, to explain why a daemon failed.

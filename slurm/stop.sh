@@ -13,8 +13,9 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=slurm/common.sh
 source "$SCRIPT_DIR/common.sh"
 
-# Seconds a cancelled job gets to exit after SIGTERM before stop.sh sends SIGKILL. Shorter than
-# Slurm's KillWait (30 s by default) so that a job that ignores SIGTERM delays teardown less.
+# Seconds a cancelled job gets to exit after SIGTERM before stop.sh kills its processes. Shorter
+# than Slurm's KillWait (30 s by default) because submitit jobs ignore SIGTERM, and waiting out
+# KillWait for each teardown would slow the tests.
 JOB_TERM_GRACE=10
 # Seconds to wait for jobs to leave squeue after SIGKILL.
 JOB_KILL_TIMEOUT=30
@@ -41,8 +42,8 @@ no_jobs_left() {
   [[ -z $(squeue --noheader --format=%A) ]]
 }
 
-# Stopping slurmd or munged under running jobs leaves their job steps waiting forever, so cancel
-# every job first and wait until slurmctld reports them gone.
+# Job steps outlive slurmd, and steps that lose munged keep retrying instead of exiting. So cancel
+# every job first and wait until squeue lists none.
 cancel_jobs() {
   local job_ids
   if ! running_pid slurmctld >/dev/null || ! running_pid slurmd >/dev/null; then
@@ -55,23 +56,32 @@ cancel_jobs() {
   if [[ -z ${job_ids// /} ]]; then
     return 0
   fi
+
   log "cancelling jobs: $job_ids"
   # shellcheck disable=SC2086  # word splitting of the job id list is intended
   scancel $job_ids || log "warning: scancel $job_ids failed"
   if wait_until "$JOB_TERM_GRACE" no_jobs_left; then
     return 0
   fi
-  job_ids=$(squeue --noheader --format=%A | tr '\n' ' ') || true
-  log "jobs still running $JOB_TERM_GRACE s after SIGTERM, sending SIGKILL: $job_ids"
-  # shellcheck disable=SC2086
-  scancel --signal=KILL --full $job_ids || log "warning: scancel --signal=KILL $job_ids failed"
+
+  kill_remaining_jobs
   if ! wait_until "$JOB_KILL_TIMEOUT" no_jobs_left; then
     log "warning: jobs still listed by squeue $JOB_KILL_TIMEOUT s after SIGKILL: $(squeue --noheader --format=%A | tr '\n' ' ')"
   fi
 }
 
-process_exists() {
-  kill -0 "$1" 2>/dev/null
+# A cancelled job stays COMPLETING until KillWait ends, and scancel rejects it meanwhile. So send
+# SIGKILL to the processes that slurmstepd tracks for each job that squeue still lists.
+kill_remaining_jobs() {
+  local job_id pids
+  for job_id in $(squeue --noheader --format=%A); do
+    pids=$(scontrol listpids "$job_id" 2>/dev/null | awk 'NR > 1 { print $1 }' | tr '\n' ' ')
+    if [[ -n $pids ]]; then
+      log "job $job_id still running $JOB_TERM_GRACE s after SIGTERM; sending SIGKILL to pids $pids"
+      # shellcheck disable=SC2086
+      kill -KILL $pids 2>/dev/null || true
+    fi
+  done
 }
 
 # Send SIGTERM to a daemon that start.sh started, wait for it to exit, and use SIGKILL after
@@ -85,10 +95,10 @@ stop_daemon() {
   fi
   log "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
-  if ! wait_until "$DAEMON_STOP_TIMEOUT" bash -c "! kill -0 $pid"; then
+  if ! wait_until "$DAEMON_STOP_TIMEOUT" not process_alive "$pid"; then
     log "warning: $name (pid $pid) still running $DAEMON_STOP_TIMEOUT s after SIGTERM; sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
-    wait_until 10 bash -c "! kill -0 $pid" || log "warning: $name (pid $pid) survived SIGKILL"
+    wait_until 10 not process_alive "$pid" || log "warning: $name (pid $pid) survived SIGKILL"
   fi
   rm -f "$(pid_file_of "$name")"
 }
@@ -115,8 +125,10 @@ remove_generated_file() {
 purge_state() {
   remove_generated_file "$SLURM_CONF_DIR/slurm.conf"
   remove_generated_file "$SLURM_CONF_DIR/slurmdbd.conf"
-  rm -rf "$STATE"
-  log "removed $STATE"
+  if [[ -d $STATE ]]; then
+    rm -rf "$STATE"
+    log "removed $STATE"
+  fi
 }
 
 main() {
