@@ -16,6 +16,7 @@ with app.setup:
     import torch.nn.functional as F
 
     from lib import tracking
+    from lib.checkpoint import SlurmCheckpoint
     from lib.config import config_form, config_from_cli, config_from_form
     from lib.data import load_mnist1d
     from lib.models import build_model, count_parameters, pick_device
@@ -54,6 +55,8 @@ class Config:
     run_name: str = ""  # MLflow run name; empty: a timestamp
     experiment_name: str = "mnist1d"  # MLflow experiment
     sweep: str = ""  # name of the sweep that launched this run; empty for ad-hoc runs
+    checkpoint_every: int = 1000  # Slurm only: steps between checkpoints; 0: on the warning signal only
+    max_requeues: int = 3  # Slurm only: requeues after preemption or time limit before the run fails
 
     def __post_init__(self):
         for name in ("steps", "eval_every", "batch_size", "threads"):
@@ -106,11 +109,22 @@ def _(config, data, device):
     print(f"{count_parameters(model):,} parameters, {config.steps} steps", flush=True)
 
     history = []  # one row per evaluation, for the learning curves
-    with tracking.start_run(config, source=__file__) as run:
-        start = time.perf_counter()
+    first_step, earlier_seconds = 1, 0.0
+
+    # Under Slurm, resume from the checkpoint of an earlier attempt of this job, if any.
+    checkpoint = SlurmCheckpoint(config.checkpoint_every, config.max_requeues)
+    state = checkpoint.load()
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        batch_generator.set_state(state["batch_generator"])
+        history, first_step, earlier_seconds = state["history"], state["step"] + 1, state["train_seconds"]
+
+    with tracking.start_run(config, source=__file__, resume_run_id=state and state["run_id"]) as run:
+        start = time.perf_counter() - earlier_seconds
         train_losses = []
         with mo.status.progress_bar(total=config.steps, title="Training") as progress:
-            for step in range(1, config.steps + 1):
+            for step in range(first_step, config.steps + 1):
                 # Take a step on a random batch.
                 batch = torch.randint(len(data["y"]), (config.batch_size,), generator=batch_generator)
                 batch = batch.to(device)
@@ -147,11 +161,22 @@ def _(config, data, device):
                         flush=True,
                     )
 
+                # Save a checkpoint (Slurm only); after Slurm's warning signal, requeue and exit.
+                if checkpoint.due(step) or step == first_step:
+                    run.flush()
+                    checkpoint.save({
+                        "run_id": run.run_id, "step": step, "history": history,
+                        "train_seconds": time.perf_counter() - start, "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "batch_generator": batch_generator.get_state(),
+                    })
+                    checkpoint.requeue_if_signalled()
+
         train_seconds = time.perf_counter() - start
         best_accuracy = max(row["test_accuracy"] for row in history)
         run.log_metrics(
             {"train_seconds": train_seconds, "best_test_accuracy": best_accuracy}, step=config.steps
         )
+    checkpoint.remove()
 
     print(
         f"done: test_accuracy {history[-1]['test_accuracy']:.4f} "

@@ -227,11 +227,11 @@ def flatten(values, prefix=""):
     return flat
 
 
-def config_hash(config, ignore=("run_name", "sweep", "threads")):
+def config_hash(config, ignore=("run_name", "sweep", "threads", "checkpoint_every", "max_requeues")):
     """Return a short hash of the fields that change results, to spot a run already done.
 
-    Run name, sweep name and thread count are ignored: they label or schedule a run
-    but do not change its metrics.
+    The `ignore` fields are left out: they label or schedule a run but do not change
+    its metrics.
     """
     values = {k: v for k, v in flatten(dataclasses.asdict(config)).items() if k not in ignore}
     text = json.dumps(values, sort_keys=True, default=str)

@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from lib import PROJECT_ROOT  # noqa: E402
+from lib.checkpoint import Requeued  # noqa: E402
 from lib.config import config_hash, flatten  # noqa: E402
 
 DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
@@ -80,6 +81,7 @@ class Run:
         self.run_id = run_id
         self.experiment_id = experiment_id
         self._buffer = []
+        self.last_logged_step = {}  # {metric: step} already in the store of a reopened run
         self._writer = subprocess.Popen(
             [sys.executable, "-m", "lib.metric_writer", client.tracking_uri, run_id],
             stdin=subprocess.PIPE,
@@ -101,7 +103,8 @@ class Run:
         """Buffer {name: value} at `step`; `flush()` sends them to the store."""
         timestamp = int(time.time() * 1000)
         for key, value in metrics.items():
-            self._buffer.append((key, float(value), timestamp, step))
+            if step > self.last_logged_step.get(key, -1):
+                self._buffer.append((key, float(value), timestamp, step))
 
     def flush(self):
         """Send the buffered metrics to the writer process, which stores them in the background."""
@@ -135,6 +138,10 @@ class Run:
     def set_tags(self, tags):
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def detach(self):
+        """Store what is left but leave the run RUNNING, for a requeued job to reopen."""
+        self._close_writer()
+
     def end(self, status, error_text=None):
         """Store what is left, save `error_text` as traceback.txt, and set the final status."""
         try:
@@ -150,30 +157,42 @@ class Run:
 
 
 @contextlib.contextmanager
-def start_run(config, source=None, experiment_id=None):
+def start_run(config, source=None, experiment_id=None, resume_run_id=None):
     """Open an MLflow run for `config` and close it with the right status on any exit.
 
     FINISHED on success; FAILED on an exception, with traceback.txt saved; KILLED on
     Ctrl-C or SIGTERM. Buffered metrics are written in each case. The experiment is
     `config.experiment_name` unless `experiment_id` (or MLFLOW_EXPERIMENT_ID, set by the
     sweep launcher) names one.
+
+    `resume_run_id` reopens that run after a Slurm requeue instead of creating one: its
+    params are not logged again, and steps it already has are not logged twice. If the
+    block raises Requeued, the run stays RUNNING for the requeued job and the process exits.
     """
     client = MlflowClient(tracking_uri())
-    experiment_id = experiment_id or os.environ.get("MLFLOW_EXPERIMENT_ID")
-    if not experiment_id:
-        experiment_id = get_or_create_experiment(client, config.experiment_name)
-    run_name = config.run_name or time.strftime("%Y%m%d-%H%M%S")
-    created = client.create_run(experiment_id, run_name=run_name, tags=run_tags(config, source))
-    run = Run(client, created.info.run_id, experiment_id)
+    if resume_run_id:
+        run = _reopen(client, resume_run_id)
+    else:
+        experiment_id = experiment_id or os.environ.get("MLFLOW_EXPERIMENT_ID")
+        if not experiment_id:
+            experiment_id = get_or_create_experiment(client, config.experiment_name)
+        run_name = config.run_name or time.strftime("%Y%m%d-%H%M%S")
+        created = client.create_run(experiment_id, run_name=run_name, tags=run_tags(config, source))
+        run = Run(client, created.info.run_id, experiment_id)
 
     # Closing the run must not depend on MLflow's exit hook: outside a fluent
     # `with mlflow.start_run()` it marks a crashed run FINISHED, and Python's default
     # SIGTERM handler exits without running it (both seen with MLflow 3.17).
     with _sigterm_raises_terminated():
         try:
-            log_config(run, config, source)
+            if not resume_run_id:
+                log_config(run, config, source)
             run.wait_until_ready()
             yield run
+        except Requeued as requeued:
+            run.detach()
+            print(f"{requeued}; MLflow run {run.run_id} stays RUNNING until it resumes", flush=True)
+            raise SystemExit(0) from None
         except (KeyboardInterrupt, Terminated):
             run.end("KILLED", traceback.format_exc())
             raise
@@ -182,6 +201,17 @@ def start_run(config, source=None, experiment_id=None):
             raise
         else:
             run.end("FINISHED")
+
+
+def _reopen(client, run_id):
+    """Return a Run for an existing run, set back to RUNNING, that skips steps it already has."""
+    existing = client.get_run(run_id)
+    run = Run(client, run_id, existing.info.experiment_id)
+    for key in existing.data.metrics:
+        run.last_logged_step[key] = max(m.step for m in client.get_metric_history(run_id, key))
+    client.update_run(run_id, status="RUNNING")
+    run.set_tags({"slurm_requeues": os.environ.get("SLURM_RESTART_COUNT", "0")})
+    return run
 
 
 def log_config(run, config, source):
@@ -218,6 +248,8 @@ def run_tags(config, source):
     for variable in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         if variable in os.environ:
             tags[variable.lower()] = os.environ[variable]
+    if "SLURM_JOB_ID" in os.environ:
+        tags["slurm_requeues"] = os.environ.get("SLURM_RESTART_COUNT", "0")
     return tags
 
 

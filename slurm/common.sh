@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Settings and helpers shared by slurm/start.sh and slurm/stop.sh. Source this file, don't run it.
 
 # Every pid file, log, spool folder and the accounting database live here. A fixed path under /tmp,
@@ -34,9 +35,11 @@ require_root() {
   [[ $EUID -eq 0 ]] || die "must run as root, because it installs packages and writes /etc/slurm and /run/munge; run: sudo $0"
 }
 
-check_state_path() {
+check_settings() {
   [[ $STATE =~ ^/[A-Za-z0-9/._-]+$ ]] \
     || die "KIT_SLURM_STATE='$STATE' is invalid: use an absolute path of letters, digits and / . _ -"
+  [[ $KIT_SLURM_DB_PORT =~ ^[0-9]+$ ]] && ((KIT_SLURM_DB_PORT >= 1 && KIT_SLURM_DB_PORT <= 65535)) \
+    || die "KIT_SLURM_DB_PORT='$KIT_SLURM_DB_PORT' is invalid: use a TCP port number from 1 to 65535"
 }
 
 # Take an exclusive lock so that start.sh and stop.sh never run at the same time.

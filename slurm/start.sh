@@ -288,7 +288,8 @@ run_smoke_test() {
 
   deadline=$((SECONDS + 60))
   while ((SECONDS < deadline)); do
-    state=$(sacct --noheader --allocations --jobs="$job_id" --format=State%20 | tr -d ' ')
+    # A failed sacct call leaves the state empty, so the loop retries it.
+    state=$(sacct --noheader --allocations --jobs="$job_id" --format=State%20 | tr -d ' ') || state=""
     case $state in
       COMPLETED) break ;;
       "" | PENDING | RUNNING | COMPLETING) sleep 0.2 ;;
@@ -304,7 +305,7 @@ run_smoke_test() {
 main() {
   local start_time=$EPOCHREALTIME
   require_root
-  check_state_path
+  check_settings
   create_state_root
   lock_state
   install_packages

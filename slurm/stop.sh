@@ -70,8 +70,8 @@ cancel_jobs() {
   fi
 }
 
-# A cancelled job stays COMPLETING until KillWait ends, and scancel rejects it meanwhile. So send
-# SIGKILL to the processes that slurmstepd tracks for each job that squeue still lists.
+# A cancelled job that ignores SIGTERM stays COMPLETING until KillWait ends, and scancel rejects
+# it meanwhile. So send SIGKILL to the processes that slurmstepd tracks for each job still listed.
 kill_remaining_jobs() {
   local job_id pids
   for job_id in $(squeue --noheader --format=%A); do
@@ -135,7 +135,7 @@ main() {
   local start_time=$EPOCHREALTIME
   parse_arguments "$@"
   require_root
-  check_state_path
+  check_settings
   if [[ ! -d $STATE ]]; then
     log "nothing to stop: $STATE does not exist"
     ((purge)) && purge_state
