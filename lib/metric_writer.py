@@ -14,6 +14,7 @@ the pipe or died), it exits; exit status 0 means every row it received is in the
 
 import json
 import os
+import signal
 import sys
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -25,6 +26,11 @@ MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 
 
 def main(tracking_uri, run_id):
+    # Ctrl-C in a terminal and Slurm's signals reach every process of the job, this one
+    # too. Only the parent decides when the run ends: it closes the pipe, and this process
+    # then stores what it has and exits.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
     client = MlflowClient(tracking_uri)
     print("ready", flush=True)
     for line in sys.stdin:

@@ -7,6 +7,7 @@ reattaches to from any later process. `sweep_status()` joins job state and run s
 """
 
 import collections
+import contextlib
 import dataclasses
 import difflib
 import fcntl
@@ -15,8 +16,10 @@ import logging
 import os
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +27,8 @@ import pandas as pd
 import submitit
 
 from lib import PROJECT_ROOT, tracking
-from lib.config import ConfigError, config_hash, field_types, parse_overrides, type_name
+from lib.checkpoint import WARNING_SIGNAL
+from lib.config import ConfigError, base_type, config_hash, field_types, parse_overrides, type_name
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class Resources:
     max_parallel: int = 0  # jobs at once; 0: local cores // threads, Slurm: no cap
     partition: str = ""  # Slurm partition; empty: the cluster's default
     time_min: int = 60  # Slurm time limit per job, in minutes
+    signal_delay_s: int = 90  # Slurm: seconds before the time limit that the checkpoint signal comes
     gpus: int = 0  # GPUs per job
     mem_gb: float = 2.0  # memory per job, in GiB
     sbatch: dict = dataclasses.field(default_factory=dict)  # extra sbatch options, e.g. {"qos": "low"}
@@ -75,19 +80,19 @@ def check_experiments(config_cls, experiments):
     if not experiments:
         raise SweepError("the sweep has no experiments; build at least one")
     valid = field_types(config_cls)
-    for field in dataclasses.fields(experiments[0]):
-        if field.name not in valid:
-            close = difflib.get_close_matches(field.name, valid, n=1)
+    for name, field_type in field_types(type(experiments[0])).items():
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise SweepError(
-                f"Experiment field {field.name!r} is not a Config field.{hint} "
+                f"Experiment field {name!r} is not a Config field.{hint} "
                 f"Valid fields: {', '.join(valid)}"
             )
-        expected = valid[field.name]
-        if field.type != expected and type_name(field.type) != type_name(expected):
+        # A str field may stand for a Literal one: the values are checked below.
+        if base_type(field_type) != base_type(valid[name]):
             raise SweepError(
-                f"Experiment field {field.name!r} has type {type_name(field.type)}, "
-                f"but Config declares {type_name(expected)}"
+                f"Experiment field {name!r} has type {type_name(field_type)}, "
+                f"but Config declares {type_name(valid[name])}"
             )
     for experiment in experiments:
         try:
@@ -270,7 +275,9 @@ def _make_executor(executor, log_folder, resources, job_count):
             gpus_per_node=resources.gpus,
             mem_gb=resources.mem_gb,
             slurm_array_parallelism=resources.max_parallel or job_count,
-            slurm_additional_parameters=dict(resources.sbatch),
+            slurm_signal_delay_s=resources.signal_delay_s,
+            # run_exp.py requeues itself after a checkpoint; clusters with JobRequeue=0 need this.
+            slurm_additional_parameters={"requeue": True, **resources.sbatch},
             **({"slurm_partition": resources.partition} if resources.partition else {}),
         )
         return ex
@@ -310,10 +317,11 @@ class ExperimentCommand:
             stderr=subprocess.PIPE, text=True, errors="replace",
         )
         tail = collections.deque(maxlen=ERROR_TAIL_LINES)
-        for line in process.stderr:
-            sys.stderr.write(line)
-            tail.append(line.rstrip("\n"))
-        status = process.wait()
+        with _forward_warning_signal(process):
+            for line in process.stderr:
+                sys.stderr.write(line)
+                tail.append(line.rstrip("\n"))
+            status = process.wait()
         if status != 0:
             raise RuntimeError(
                 f"{Path(self.command[1]).name} exited with status {status}; "
@@ -332,6 +340,24 @@ class ExperimentCommand:
             os.environ.clear()
             os.environ.update(saved_env)
         return 0
+
+
+@contextlib.contextmanager
+def _forward_warning_signal(process):
+    """Pass Slurm's warning signal to the script, which checkpoints and requeues itself.
+
+    It replaces submitit's own handler, which would requeue the job at once, before the
+    script has saved anything. The script may get the signal twice (Slurm signals every
+    process of the job step); it only sets a flag, so that is harmless.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(WARNING_SIGNAL, lambda signum, frame: process.send_signal(signum))
+    try:
+        yield
+    finally:
+        signal.signal(WARNING_SIGNAL, previous)
 
 
 class _local_slot:
