@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from lib import PROJECT_ROOT
+from lib.jobs import WARNING_SIGNAL
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = PROJECT_ROOT / "checkpoints"
-WARNING_SIGNAL = signal.SIGUSR2  # submitit's default; SUBMITIT_PREEMPT_SIGNAL changes both
 
 
 class Requeued(BaseException):
