@@ -157,7 +157,16 @@ def _(PAPER_ACCURACY, runs):
 
 
 @app.cell
-def _(accuracy_chart, curves_chart, settings):
+def _():
+    export_button = mo.ui.run_button(label="Export figures as SVG and PNG")
+    export_button if mo.running_in_notebook() else None
+    return (export_button,)
+
+
+@app.cell
+def _(accuracy_chart, curves_chart, export_button, settings):
+    # On the button in the app (the status refresh would otherwise redo it every 5 s); always as a script.
+    mo.stop(mo.running_in_notebook() and not export_button.value)
     _folder = sweeps.SWEEPS_DIR / settings.sweep / "figures"
     figures = results.save_chart(accuracy_chart, _folder / "test_accuracy") + results.save_chart(
         curves_chart, _folder / "learning_curves"

@@ -161,7 +161,8 @@ def _(config, data, device):
                         flush=True,
                     )
 
-                # Save a checkpoint (Slurm only); after Slurm's warning signal, requeue and exit.
+                # Save a checkpoint (Slurm only), also at the first step so that a requeue always
+                # finds this run. After Slurm's warning signal, requeue and exit.
                 if checkpoint.due(step) or step == first_step:
                     run.flush()
                     checkpoint.save({

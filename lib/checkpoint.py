@@ -1,7 +1,7 @@
 """Checkpoints that let a Slurm job survive preemption and time limits in one MLflow run.
 
 Under Slurm, `SlurmCheckpoint` saves the training state every N steps and when Slurm's
-warning signal arrives (submitit asks for SIGUSR2 some seconds before the time limit, and
+warning signal arrives (submitit requests SIGUSR2 some seconds before the time limit, and
 preemption sends it too). After a save on that signal, the job requeues itself with
 `scontrol requeue`; the requeued job, which keeps its job id, finds the checkpoint, reopens
 the same MLflow run and resumes. Off Slurm every method is a no-op, so the training loop
@@ -53,7 +53,7 @@ class SlurmCheckpoint:
         return state
 
     def due(self, step):
-        """Whether to save at `step`: on the warning signal, or every `every` steps under Slurm."""
+        """Return whether to save at `step`: after the warning signal, or every `every` steps under Slurm."""
         if self.path is None:
             return False
         return self.signalled or (self.every > 0 and step % self.every == 0)
@@ -81,7 +81,7 @@ class SlurmCheckpoint:
                 f"{self.requeues} requeues (max_requeues={self.max_requeues}); raise "
                 "max_requeues or the job's time limit"
             )
-        # Slurm answers a requeue with SIGTERM; the state is saved, so ignore it and exit.
+        # Slurm sends SIGTERM after a requeue. The state is saved, so ignore it and exit.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         subprocess.run(["scontrol", "requeue", self.job_id], check=True, timeout=60)
         raise Requeued(f"job {self.job_id} requeued after {self.requeues} earlier requeues")

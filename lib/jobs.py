@@ -20,7 +20,7 @@ from pathlib import Path
 from lib import PROJECT_ROOT
 
 ERROR_TAIL_LINES = 15
-# submitit asks Slurm for SIGUSR2 before the time limit (SUBMITIT_PREEMPT_SIGNAL changes it).
+# submitit requests SIGUSR2 from Slurm before the time limit (SUBMITIT_PREEMPT_SIGNAL changes it).
 WARNING_SIGNAL = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
 
 

@@ -124,7 +124,7 @@ def summarize(runs, by, metric):
 
 
 def metric_chart(runs, x, metric, color=None):
-    """Final `metric` against parameter `x`: one dot per run, the mean, and a mean ± std bar."""
+    """Plot the final `metric` against parameter `x`: one dot per run, the mean, and a ± std bar."""
     x_type = "ordinal" if isinstance(runs[x].dtype, pd.CategoricalDtype) else "quantitative"
     encode_x = alt.X(x, type=x_type, sort=list(runs[x].cat.categories) if x_type == "ordinal" else None)
     colors = {"color": alt.Color(color, type="nominal")} if color else {}
@@ -136,7 +136,7 @@ def metric_chart(runs, x, metric, color=None):
 
 
 def learning_curves_chart(histories, runs, by, metric):
-    """The mean of `metric` over runs per step, one line per value of `by`, ± std as a band."""
+    """Plot the mean of `metric` over runs per step, one line per value of `by`, with a ± std band."""
     data = histories[histories["metric"] == metric].merge(runs[["run_id", by]], on="run_id")
     data[by] = data[by].astype(str)
     base = alt.Chart(data).encode(x=alt.X("step:Q"), color=alt.Color(f"{by}:N"))

@@ -36,13 +36,13 @@ class SweepError(ValueError):
 
 @dataclasses.dataclass
 class Resources:
-    """Where and how big each job is. Slurm reads all fields; local reads threads and max_parallel."""
+    """Job size and placement. Slurm reads every field; the local executor reads threads and max_parallel."""
 
     threads: int = 1  # CPU threads per job, passed to run_exp.py as threads=
     max_parallel: int = 0  # jobs at once; 0: local cores // threads, Slurm: no cap
     partition: str = ""  # Slurm partition; empty: the cluster's default
     time_min: int = 60  # Slurm time limit per job, in minutes
-    signal_delay_s: int = 90  # Slurm: seconds before the time limit that the checkpoint signal comes
+    signal_delay_s: int = 90  # Slurm: seconds before the time limit at which the checkpoint signal is sent
     gpus: int = 0  # GPUs per job
     mem_gb: float = 2.0  # memory per job, in GiB
     sbatch: dict = dataclasses.field(default_factory=dict)  # extra sbatch options, e.g. {"qos": "low"}
@@ -95,7 +95,7 @@ def check_experiments(config_cls, experiments):
 
 @dataclasses.dataclass
 class Manifest:
-    """What a later process needs to reattach to a sweep; saved as sweeps/<name>/manifest.json."""
+    """The record that a later process reattaches to a sweep with, saved as sweeps/<name>/manifest.json."""
 
     name: str
     script: str
@@ -283,7 +283,7 @@ def job_state(manifest, job_entry):
     folder = Path(manifest.log_folder) / "%j"
     executor = job_entry.get("executor", manifest.executor)
     if executor == "debug":
-        return "done", ""  # it ran to its end inside submit(); the MLflow run tells the rest
+        return "done", ""  # it ran to its end inside submit(), so the MLflow run status decides
     if executor == "slurm":
         job = submitit.SlurmJob(folder=folder, job_id=job_entry["job_id"])
         slurm_state = job.state.upper()

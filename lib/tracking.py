@@ -228,7 +228,7 @@ def log_config(run, config, source):
 
 
 def run_tags(config, source):
-    """Return the tags that say where and how a run ran: code version, host, library versions."""
+    """Return the tags that record where and how a run ran: code version, host, library versions."""
     import torch
 
     commit = _git("rev-parse", "HEAD")

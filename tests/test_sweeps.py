@@ -2,7 +2,9 @@
 
 import dataclasses
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -157,3 +159,25 @@ def test_exp_sweeps_script_runs_and_reruns(store, tmp_path):
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("mnist1d").experiment_id])
     assert len(runs) == 12, "the rerun submitted nothing"
+
+
+def test_killed_job_leaves_stale_run(store, tmp_path):
+    long_run = sweeps.submit(
+        "stale_sweep", [Experiment(seed=8)], Config, overrides_for_all=["steps=100000", "eval_every=100"],
+        sweeps_dir=tmp_path / "sweeps",
+    )
+    client = MlflowClient(store)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        runs = client.search_runs([long_run.experiment_id], "tags.sweep = 'stale_sweep'")
+        if runs and "test_accuracy" in runs[0].data.metrics:
+            break
+        time.sleep(0.5)
+    # SIGKILL leaves no chance to close the run, as when a node dies.
+    subprocess.run(["pkill", "-KILL", "-f", "sweep=stale_sweep"], check=True)
+
+    status = wait(long_run)
+    row = status.loc["model=mlp,lr=0.01,seed=8"]
+    assert row["state"] == "stale"
+    assert row["run_status"] == "RUNNING"
+    assert "status -9" in row["error"]
