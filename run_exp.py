@@ -196,7 +196,7 @@ def _(history):
         y=alt.Y("value:Q", title=None),
         color="metric:N",
         tooltip=["step", "metric", alt.Tooltip("value:Q", format=".4f")],
-    ).facet(
+    ).properties(width=480, height=160).facet(
         row=alt.Row("metric:N", title=None),
     ).resolve_scale(y="independent").properties(title="Learning curves")
     return
