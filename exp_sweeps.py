@@ -73,7 +73,8 @@ def _():
 
     settings = config_from_cli(Settings)
     experiments = build_experiments()
-    sweeps.check_experiments(Config, experiments)  # names the bad field before anything runs
+    with sweeps.exit_on_sweep_error(mo.running_in_notebook()):
+        sweeps.check_experiments(Config, experiments)  # names the bad field before anything runs
     resources = sweeps.Resources(
         threads=settings.threads,
         max_parallel=settings.max_parallel,
@@ -99,14 +100,15 @@ def _():
 @app.cell
 def _(experiments, resources, settings, submit_button):
     # As a script, submit at once; in the app, on the button. Either way, skip what is done.
-    if submit_button.value or not mo.running_in_notebook():
-        manifest = sweeps.submit(
-            settings.sweep, experiments, Config, executor=settings.executor,
-            resources=resources, force=settings.force, overrides_for_all=settings.overrides,
-        )
-        print(f"sweep {settings.sweep}: manifest {manifest.path}", flush=True)
-    else:
-        manifest = sweeps.load_manifest(settings.sweep)
+    with sweeps.exit_on_sweep_error(mo.running_in_notebook()):
+        if submit_button.value or not mo.running_in_notebook():
+            manifest = sweeps.submit(
+                settings.sweep, experiments, Config, executor=settings.executor,
+                resources=resources, force=settings.force, overrides_for_all=settings.overrides,
+            )
+            print(f"sweep {settings.sweep}: manifest {manifest.path}", flush=True)
+        else:
+            manifest = sweeps.load_manifest(settings.sweep)
     return (manifest,)
 
 
@@ -131,6 +133,7 @@ def _(manifest, refresh, settings):
 
 @app.cell
 def _(PAPER_ACCURACY, settings, status):
+    status  # marimo reruns a cell when a name used in its body changes: here, every refresh
     runs = results.load_runs(Config, sweep=settings.sweep)
     mo.stop(runs.empty or "test_accuracy" not in runs, mo.md("No finished runs yet."))
     runs = runs[runs["status"] == "FINISHED"]

@@ -5,6 +5,7 @@ app = marimo.App(width="medium")
 
 with app.setup:
     import math
+    import re
     import time
     from dataclasses import dataclass
     from typing import Literal, Optional
@@ -62,6 +63,17 @@ class Config:
         for name in ("steps", "eval_every", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("weight_decay", "checkpoint_every", "max_requeues"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.width is not None and self.width < 1:
+            raise ValueError(f"width must be at least 1, or null for the paper's size, got {self.width}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
+        if not self.experiment_name:
+            raise ValueError("experiment_name must not be empty")
 
 
 @app.function
@@ -120,7 +132,8 @@ def _(config, data, device):
         batch_generator.set_state(state["batch_generator"])
         history, first_step, earlier_seconds = state["history"], state["step"] + 1, state["train_seconds"]
 
-    with tracking.start_run(config, source=__file__, resume_run_id=state and state["run_id"]) as run:
+    resume_run_id = state["run_id"] if state else None
+    with tracking.start_run(config, source=__file__, resume_run_id=resume_run_id) as run, checkpoint:
         start = time.perf_counter() - earlier_seconds
         train_losses = []
         with mo.status.progress_bar(total=config.steps, title="Training") as progress:
@@ -177,7 +190,6 @@ def _(config, data, device):
         run.log_metrics(
             {"train_seconds": train_seconds, "best_test_accuracy": best_accuracy}, step=config.steps
         )
-    checkpoint.remove()
 
     print(
         f"done: test_accuracy {history[-1]['test_accuracy']:.4f} "

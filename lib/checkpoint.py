@@ -86,6 +86,14 @@ class SlurmCheckpoint:
         subprocess.run(["scontrol", "requeue", self.job_id], check=True, timeout=60)
         raise Requeued(f"job {self.job_id} requeued after {self.requeues} earlier requeues")
 
-    def remove(self):
-        if self.path is not None:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        """Delete the checkpoint once the run has finished or failed for good.
+
+        Kept after Requeued, SIGTERM (Terminated) or Ctrl-C, which Slurm may follow with a
+        requeue that needs it.
+        """
+        if self.path is not None and (exc_type is None or issubclass(exc_type, Exception)):
             self.path.unlink(missing_ok=True)

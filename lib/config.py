@@ -54,6 +54,8 @@ def parse_overrides(cls, tokens):
     overrides = {}
     for token in tokens:
         key, value = _split_token(token, types)
+        if key in overrides:
+            raise ConfigError(f"{key} is given twice; keep one {key}=VALUE")
         overrides[key] = _parse_value(key, value, types[key])
 
     base = OmegaConf.structured(cls)
@@ -104,13 +106,13 @@ def _type_message(key, tokens, field_type):
         message = f"invalid value for {key}: {text!r} is not of type {type_name(field_type)}"
     if base_type(field_type) is int and _is_whole_number(text):
         message += f". Write it as an integer: {key}={int(float(text))}"
-    if "," in text and typing.get_origin(base_type(field_type)) is not list:
+    if typing.get_origin(base_type(field_type)) is list:
+        message += f". Write a list in brackets: {key}=[{text}]"
+    elif "," in text:
         message += (
             ". Each run takes one value per key; to vary a value over several runs,"
             " define a sweep in exp_sweeps.py"
         )
-    elif "," in text:
-        message += f". Write a list in brackets: {key}=[{text}]"
     return message
 
 
@@ -249,15 +251,17 @@ def config_form(config):
     cls = type(config)
     values = flatten(dataclasses.asdict(config))
     comments = field_comments(cls)
-    elements = {}
+    elements, rows = {}, []
     for key, field_type in field_types(cls).items():
+        name = key.replace(".", "__")  # a template placeholder cannot contain dots
         text = "null" if values[key] is None else str(values[key])
-        label = f"`{key}` {comments.get(key, '')}"
         choices = field_choices(field_type)
         if choices:
-            elements[key] = mo.ui.dropdown(choices, value=text, label=label)
+            elements[name] = mo.ui.dropdown(choices, value=text)
         else:
-            elements[key] = mo.ui.text(value=text, label=label, full_width=True)
+            elements[name] = mo.ui.text(value=text)
+        rows.append(f"| `{key}` | {{{name}}} | {comments.get(key, '')} |")
+    template = "| field | value | meaning |\n| --- | --- | --- |\n" + "\n".join(rows)
 
     def validate(value):
         try:
@@ -266,16 +270,16 @@ def config_form(config):
             return str(error)
         return None
 
-    return mo.ui.dictionary(elements).form(submit_button_label="Run", validate=validate)
+    return mo.md(template).batch(**elements).form(submit_button_label="Run", validate=validate)
 
 
 def config_from_form(cls, value):
     """Parse a submitted `config_form` value into `cls`; raise ConfigError on bad input."""
     tokens = []
-    for key, text in value.items():
+    for name, text in value.items():
         if isinstance(text, list):  # a dropdown's raw value, as `validate` receives it
             text = text[0] if text else ""
-        tokens.append(f"{key}={text}")
+        tokens.append(f"{name.replace('__', '.')}={text}")
     return parse_overrides(cls, tokens)
 
 

@@ -6,6 +6,7 @@ config, submits the rest without waiting, and writes a manifest that `load_manif
 reattaches to from any later process. `sweep_status()` joins job state and run status.
 """
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -32,6 +33,18 @@ NO_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local executor kills a job after 2 mi
 
 class SweepError(ValueError):
     """A sweep definition or submission that cannot go ahead."""
+
+
+@contextlib.contextmanager
+def exit_on_sweep_error(in_notebook):
+    """As a script, print a SweepError and exit with status 2; in a notebook, let it show."""
+    try:
+        yield
+    except SweepError as error:
+        if in_notebook:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 @dataclasses.dataclass
@@ -124,11 +137,22 @@ def manifest_path(name, sweeps_dir=SWEEPS_DIR):
 
 
 def load_manifest(name, sweeps_dir=SWEEPS_DIR):
-    """Return the Manifest of sweep `name`, or None if it was never submitted."""
+    """Return the Manifest of sweep `name`, or None if it was never submitted.
+
+    Raises SweepError if the sweep was submitted to another MLflow store than the current
+    one, whose runs this process would not see.
+    """
     path = manifest_path(name, sweeps_dir)
     if not path.exists():
         return None
-    return Manifest(**json.loads(path.read_text()))
+    manifest = Manifest(**json.loads(path.read_text()))
+    if manifest.tracking_uri != tracking.tracking_uri():
+        raise SweepError(
+            f"sweep {name!r} was submitted to the MLflow store {manifest.tracking_uri}, but "
+            f"MLFLOW_TRACKING_URI now selects {tracking.tracking_uri()}. Set it back, or pick "
+            f"another sweep name (or delete {path.parent} to start this one afresh)"
+        )
+    return manifest
 
 
 def submit(

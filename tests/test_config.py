@@ -54,6 +54,13 @@ def test_list_in_brackets():
 def test_list_without_brackets_gets_hint():
     with pytest.raises(ConfigError, match=r"sizes=\[3,4\]"):
         parse_overrides(Example, ["sizes=3,4"])
+    with pytest.raises(ConfigError, match=r"sizes=\[3\]"):
+        parse_overrides(Example, ["sizes=3"])
+
+
+def test_duplicate_key_is_rejected():
+    with pytest.raises(ConfigError, match="lr is given twice"):
+        parse_overrides(Example, ["lr=0.1", "lr=0.2"])
 
 
 def test_comma_in_scalar_points_to_sweeps():
@@ -114,6 +121,8 @@ def test_config_hash_ignores_labels_only():
         ("steps=abc", "invalid value for steps"),
         ("steps", "write it as key=value"),
         ("steps=0", "steps must be at least 1"),
+        ("lr=-1", "lr must be positive"),
+        ("device=tpu", "device must be auto, cpu, mps, cuda or cuda:N"),
     ],
 )
 def test_run_exp_rejects_bad_override(store, tmp_path, override, expected):

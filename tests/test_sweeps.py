@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Literal
 
@@ -144,8 +145,16 @@ def test_slurm_without_slurm_says_how(store, tmp_path, monkeypatch):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_exp_sweeps_script_runs_and_reruns(store, tmp_path):
-    sweep = [f"sweep=script_{tmp_path.name}", "overrides=[steps=20,eval_every=10]", "wait=true"]
+@pytest.fixture
+def script_sweep_name():
+    """A sweep name no other test session uses; its folder under sweeps/ is removed after."""
+    name = f"test_script_{uuid.uuid4().hex[:8]}"
+    yield name
+    shutil.rmtree(sweeps.SWEEPS_DIR / name, ignore_errors=True)
+
+
+def test_exp_sweeps_script_runs_and_reruns(store, script_sweep_name):
+    sweep = [f"sweep={script_sweep_name}", "overrides=[steps=20,eval_every=10]", "wait=true"]
     first = run_script("exp_sweeps.py", *sweep, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "12 finished" in first.stdout
@@ -181,3 +190,17 @@ def test_killed_job_leaves_stale_run(store, tmp_path):
     assert row["state"] == "stale"
     assert row["run_status"] == "RUNNING"
     assert "status -9" in row["error"]
+
+
+def test_exp_sweeps_script_rejects_bad_override(store, script_sweep_name):
+    result = run_script("exp_sweeps.py", f"sweep={script_sweep_name}", "overrides=[stepz=10]")
+    assert result.returncode == 2
+    assert "unknown config key 'stepz'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_manifest_of_other_store_is_rejected(store, tmp_path, monkeypatch):
+    wait(submit(tmp_path, [Experiment()]))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/other.db")
+    with pytest.raises(sweeps.SweepError, match="was submitted to the MLflow store"):
+        sweeps.load_manifest("test_sweep", tmp_path / "sweeps")
