@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -311,10 +312,14 @@ def job_state(manifest, job_entry):
     if executor == "slurm":
         job = submitit.SlurmJob(folder=folder, job_id=job_entry["job_id"])
         slurm_state = job.state.upper()
+        if slurm_state == "UNKNOWN":
+            slurm_state = _state_without_accounting(job)
         if slurm_state in ("PENDING", "REQUEUED", "CONFIGURING"):
             return "pending", ""
-        if slurm_state in ("RUNNING", "COMPLETING", "UNKNOWN"):
+        if slurm_state in ("RUNNING", "COMPLETING"):
             return "running", ""
+        if slurm_state == "GONE":
+            return "gone", _stderr_tail(job)
         if slurm_state == "COMPLETED" and _outcome(job) == "success":
             return "done", ""
         return "failed", _stderr_tail(job)
@@ -327,6 +332,24 @@ def job_state(manifest, job_entry):
     if process_alive(int(job_entry["job_id"])):
         return "running", ""
     return "gone", _stderr_tail(job)
+
+
+def _state_without_accounting(job):
+    """Return a Slurm state from squeue and the result pickle, for clusters where sacct fails.
+
+    submitit reads job states from sacct, which needs Slurm's accounting; without it every
+    job stays UNKNOWN, even one killed outside Python.
+    """
+    # NOTE: no automated test covers this path: the test cluster of slurm/start.sh has accounting.
+    if job.paths.result_pickle.exists():
+        return "COMPLETED" if _outcome(job) == "success" else "FAILED"
+    try:
+        queued = subprocess.run(["squeue", "-h", "-o", "%T", "-j", job.job_id],
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "RUNNING"  # no answer: assume the job lives rather than call it gone
+    states = queued.stdout.split()
+    return states[0] if queued.returncode == 0 and states else "GONE"
 
 
 def _outcome(job):
