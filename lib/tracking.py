@@ -20,8 +20,8 @@ import time
 import traceback
 from pathlib import Path
 
-# MLflow's telemetry makes an outbound request at start-up; cluster nodes are often
-# offline, and a race in its thread crashed one of 32 concurrent runs (MLflow 3.17).
+# MLflow's telemetry makes an outbound request at start-up, which fails on offline cluster
+# nodes. A race in its thread also crashed one of 32 concurrent runs (seen with MLflow 3.17).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import mlflow  # noqa: E402
