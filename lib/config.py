@@ -140,19 +140,23 @@ def _is_optional(field_type):
     return typing.get_origin(field_type) is typing.Union and type(None) in typing.get_args(field_type)
 
 
+def _without_none(field_type):
+    """Return the type inside Optional[...], or `field_type` itself."""
+    if _is_optional(field_type):
+        return next(t for t in typing.get_args(field_type) if t is not type(None))
+    return field_type
+
+
 def base_type(field_type):
     """Return the type inside Optional[...]; a Literal of strings counts as str."""
-    if _is_optional(field_type):
-        field_type = next(t for t in typing.get_args(field_type) if t is not type(None))
+    field_type = _without_none(field_type)
     if _is_literal(field_type) and all(isinstance(c, str) for c in typing.get_args(field_type)):
         return str
     return field_type
 
 
 def _is_literal(field_type):
-    if _is_optional(field_type):
-        field_type = next(t for t in typing.get_args(field_type) if t is not type(None))
-    return typing.get_origin(field_type) is typing.Literal
+    return typing.get_origin(_without_none(field_type)) is typing.Literal
 
 
 def type_name(field_type):

@@ -215,8 +215,9 @@ def submit(
             config = parse_overrides(config_cls, overrides)
         except ConfigError as error:
             raise SweepError(f"experiment {run_name}: {error}") from None
-        if config_hash(config) not in done_or_busy:
-            todo.append({"run_name": run_name, "overrides": overrides, "config_hash": config_hash(config)})
+        digest = config_hash(config)
+        if digest not in done_or_busy:
+            todo.append({"run_name": run_name, "overrides": overrides, "config_hash": digest})
     log.info("sweep %s: %d of %d experiments to submit", name, len(todo), len(experiments))
     if not todo:
         return manifest
