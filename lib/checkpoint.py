@@ -3,7 +3,7 @@
 Under Slurm, `SlurmCheckpoint` saves the training state every N steps and when Slurm's
 warning signal arrives (submitit requests SIGUSR2 some seconds before the time limit, and
 preemption sends it too). After a save on that signal, the job requeues itself with
-`scontrol requeue`; the requeued job, which keeps its job id, finds the checkpoint, reopens
+`scontrol requeue`. The requeued job keeps its job id, so it finds the checkpoint, reopens
 the same MLflow run and resumes. Off Slurm every method is a no-op, so the training loop
 needs no `if`.
 """

@@ -38,7 +38,7 @@ def load_mnist1d(device="cpu", cache_dir=CACHE_DIR):
 
     Uses the package's default arguments: 4000 train and 1000 test signals of length 40,
     10 classes. The first call generates the data (about a second) and caches it under
-    `cache_dir`, keyed by a hash of those arguments; later calls load the cache.
+    `cache_dir`, keyed by a hash of those arguments. Later calls load the cache.
     """
     digest = hashlib.sha256(json.dumps(DATASET_ARGS, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir) / f"mnist1d_{digest}.npz"

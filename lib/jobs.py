@@ -101,9 +101,9 @@ def forward_warning_signal(process):
 class LocalSlot:
     """Hold one of `slots` lock files while a job runs, so at most `slots` jobs run at once.
 
-    Waiting jobs register a file named by their submission order; only the earliest living
-    waiter may take a free slot, so jobs start in submission order. flock locks die with
-    their process, so a killed job frees its slot.
+    Waiting jobs register a file named by their submission order. Only the earliest living
+    waiter may take a free slot, so jobs start in submission order. A flock lock is released
+    when its process dies, so a killed job frees its slot.
     """
 
     def __init__(self, folder, slots, order):

@@ -1,9 +1,10 @@
 """Grid sweeps: each experiment is one `python run_exp.py -- key=value ...` job through submitit.
 
-`submit()` checks every experiment against the notebook's Config, creates the MLflow store
-and experiment once, skips experiments that already have a FINISHED run with the same
-config, submits the rest without waiting, and writes a manifest that `load_manifest()`
-reattaches to from any later process. `sweep_status()` joins job state and run status.
+`submit()` checks every experiment against the notebook's Config and creates the MLflow
+store and experiment once. It skips experiments that already have a FINISHED run with the
+same config, submits the rest without waiting, and writes a manifest. `load_manifest()`
+reattaches to that manifest from any later process, and `sweep_status()` joins job state
+and run status.
 """
 
 import contextlib
